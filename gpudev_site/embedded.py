@@ -1,0 +1,97 @@
+"""Run the background processes inside this one: a Celery worker, Celery beat, the watcher.
+
+Production runs each as its own process (deploy/); the embedded default (``manage.py demo``)
+and the integration tests run them as threads, on the same code paths. A worker runs in a thread
+as a ``WorkController`` (Celery's ``Worker`` would install signal handlers, which only the main
+thread may do), on a thread pool because spawn tasks spend their time waiting on the API.
+"""
+
+import logging
+import threading
+
+from celery.beat import EmbeddedService
+from django.db import connection
+
+from gpudev_site.celery import app
+from pool import spawner
+from pool.watcher import LEASE_SECONDS, LeaderElection, Watcher
+
+logger = logging.getLogger(__name__)
+
+
+class Background:
+    """The worker, beat and watcher threads of one process; start what you need, then stop."""
+
+    def __init__(self) -> None:
+        self._workers: list = []
+        self._beat = None
+        self._watchers: list[Watcher] = []
+        self._threads: list[threading.Thread] = []
+
+    def start_worker(self, *, concurrency: int = 16) -> None:
+        spawner.allow_waits()
+        worker = app.WorkController(
+            pool_cls="threads",
+            concurrency=concurrency,
+            hostname=f"embedded-{id(self)}-{len(self._workers)}@gpudev",
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+        )
+        self._workers.append(worker)
+        self._spawn(worker.start, "celery-worker")
+
+    def start_beat(self) -> None:
+        self._beat = EmbeddedService(app, thread=True)
+        self._beat.start()
+
+    def start_watcher(
+        self, identity: str = "embedded", *, lease_seconds: int = LEASE_SECONDS, **options
+    ) -> Watcher:
+        watcher = Watcher(LeaderElection(identity, lease_seconds=lease_seconds), **options)
+        self._watchers.append(watcher)
+        self._spawn(watcher.run, f"watcher-{identity}")
+        return watcher
+
+    def stop(self) -> None:
+        for watcher in self._watchers:
+            watcher.stop()
+        if self._beat is not None:
+            self._beat.stop()
+        if self._workers:
+            spawner.interrupt_waits()
+        for worker in self._workers:
+            worker.stop(in_sighandler=False)
+        for thread in self._threads:
+            thread.join(timeout=40)
+
+    def _spawn(self, target, name: str) -> None:
+        def run() -> None:
+            try:
+                target()
+            except Exception:
+                logger.exception("%s stopped with an error", name)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+
+def clustersim_settings(sim) -> dict:
+    """Return the settings that point the product at a running clustersim."""
+    return {
+        "KUBECONFIG": str(sim.kubeconfig_path),
+        "ECR_ENDPOINT_URL": sim.registry_endpoint_url,
+        "IMAGE_REPOSITORY": sim.image_repo,
+        "REGISTRY_KIND": "ecr",
+    }
+
+
+# boto3 insists on credentials even for clustersim's registry, which accepts any.
+CLUSTERSIM_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "clustersim",
+    "AWS_SECRET_ACCESS_KEY": "clustersim",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
