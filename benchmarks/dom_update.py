@@ -75,7 +75,7 @@ def size(scale: float) -> dict[str, int]:
 
 
 def run(scale: float, *, quick: bool = False) -> dict:
-    """Measure push and polling latency with ``scale`` × 100 open dashboards."""
+    """Measure push and polling latency with ``scale`` x 100 open dashboards."""
     from django.contrib.auth.models import User
 
     from benchmarks import harness
@@ -283,7 +283,9 @@ def _polling_latencies(context, sim, base_url, page_url, dashboards, pods, quick
     for page in pages:
         for name, at in written.items():
             page.wait_for_function(f"{json.dumps(name)} in window.__seen", timeout=120_000)
-            latencies.append(max(page.evaluate(f"window.__seen[{json.dumps(name)}]") / 1000 - at, 0))
+            latencies.append(
+                max(page.evaluate(f"window.__seen[{json.dumps(name)}]") / 1000 - at, 0)
+            )
     renders = [r for page in pages for r in page.evaluate("window.__renders")]
     for page in pages:
         page.close()

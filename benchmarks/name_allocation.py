@@ -24,7 +24,7 @@ def size(scale: float) -> dict[str, int]:
 
 
 def run(scale: float, *, quick: bool = False) -> dict:
-    """Time ours and the naive allocation over ``scale`` × 1,000,000 live leases."""
+    """Time ours and the naive allocation over ``scale`` x 1,000,000 live leases."""
     from django.utils import timezone
 
     from benchmarks import harness

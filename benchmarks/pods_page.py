@@ -24,7 +24,7 @@ def size(scale: float) -> dict[str, int]:
 
 
 def run(scale: float, *, quick: bool = False) -> dict:
-    """Time the pods page at ``scale`` × 5,000 pods."""
+    """Time the pods page at ``scale`` x 5,000 pods."""
     from django.contrib.auth.models import User
     from django.test import Client
 

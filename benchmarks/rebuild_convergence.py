@@ -65,8 +65,6 @@ def run(scale: float, *, quick: bool = False) -> dict:
 
 def converge_with_product(targets: dict[str, int], *, seed: int) -> dict:
     """Run one rebuild through the product; return how long it took and what it recycled."""
-    from django.utils import timezone
-
     from benchmarks import harness
     from clustersim import ClusterSim
     from gpudev_site.celery import app
@@ -105,8 +103,9 @@ def converge_with_product(targets: dict[str, int], *, seed: int) -> dict:
                 _let_spawns_catch_up(sim)
             took = (sim.now() - pushed).total_seconds()
             recycles = list(
-                AuditEvent.objects.filter(id__gt=last_event or 0, action="pod_recycle")
-                .values_list("pod_name", "reason")
+                AuditEvent.objects.filter(id__gt=last_event or 0, action="pod_recycle").values_list(
+                    "pod_name", "reason"
+                )
             )
             claimed.refresh_from_db()
         finally:
@@ -124,7 +123,8 @@ def converge_with_product(targets: dict[str, int], *, seed: int) -> dict:
         "recycles": len(recycles),
         "stale_pods_at_push": stale_at_push,
         "pods_recycled_more_than_once": sum(count > 1 for count in per_pod.values()),
-        "claimed_pod_untouched": claimed.state == "claimed" and claimed.running_digest == old_digest,
+        "claimed_pod_untouched": claimed.state == "claimed"
+        and claimed.running_digest == old_digest,
         "idle_on_new_digest": PodRecord.objects.filter(pool__in=pools, running_digest=new_digest)
         .idle_warm()
         .count(),
@@ -154,10 +154,13 @@ def _fill(sim, pools):
 
     _tick(sim)
     for _ in range(120):
-        if all(
-            PodRecord.objects.filter(pool=pool).idle_warm().count() == pool.target
-            for pool in pools
-        ) and not PodRecord.objects.filter(state__in=("slot", "pending")).exists():
+        if (
+            all(
+                PodRecord.objects.filter(pool=pool).idle_warm().count() == pool.target
+                for pool in pools
+            )
+            and not PodRecord.objects.filter(state__in=("slot", "pending")).exists()
+        ):
             break
         sim.step(5)
         _let_spawns_catch_up(sim)

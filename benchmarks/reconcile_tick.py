@@ -18,6 +18,7 @@ Kubernetes calls are counted by the API client the product uses (a counting subc
 ``CaptureQueriesContext``.
 """
 
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -96,10 +97,8 @@ def run(scale: float, *, quick: bool = False) -> dict:
         for _ in range(max(repeats // 3, 3)):
             sim.push_image()
             started = timezone.now()
-            import time
-
             began = time.perf_counter()
-            found = measured(lambda: reconciler.reconcile(now=started))
+            found = measured(lambda at=started: reconciler.reconcile(now=at))
             busy_s.append(time.perf_counter() - began)
             busy_counts = busy_counts or found
             _undo_busy_tick(sim, state)
@@ -314,9 +313,7 @@ def _undo_busy_tick(sim, state: dict) -> None:
 
     PodRecord.objects.filter(state=PodState.SLOT).delete()
     drained = list(PodRecord.objects.filter(state=PodState.DRAINING))
-    DomainMapping.objects.filter(pk__in=[r.name_lease_id for r in drained]).update(
-        released_at=None
-    )
+    DomainMapping.objects.filter(pk__in=[r.name_lease_id for r in drained]).update(released_at=None)
     PodRecord.objects.filter(pk__in=[r.pk for r in drained]).update(
         state=PodState.READY, ended_at=None
     )

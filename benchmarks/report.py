@@ -133,9 +133,7 @@ def to_json(figures: list[Figure], meta: dict) -> dict:
         for step in figure.steps:
             summarised = {k: v for k, v in step.items() if k != "samples"}
             summarised["stats"] = {
-                key: summary(samples)
-                for key, samples in step.get("samples", {}).items()
-                if samples
+                key: summary(samples) for key, samples in step.get("samples", {}).items() if samples
             }
             mark, target = verdict(figure, step)
             summarised["target_p95_s"] = target
@@ -169,7 +167,8 @@ def to_markdown(figures: list[Figure], meta: dict) -> str:
         "",
         "## Figures at full scale",
         "",
-        "| figure | scale | median | p95 | target (p95) | | naive way, median / p95 | naive ÷ ours |",
+        "| figure | scale | median | p95 | target (p95) | | naive way, median / p95 "
+        "| naive ÷ ours |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for figure in figures:
@@ -189,7 +188,7 @@ def to_markdown(figures: list[Figure], meta: dict) -> str:
         ours = stat(step, figure.primary)
         mark, target = verdict(figure, step)
         naive = stat(step, figure.naive) if figure.naive else None
-        ratio = f"{naive['median_s'] / ours['median_s']:,.0f}×" if naive and ours else "—"
+        ratio = f"{naive['median_s'] / ours['median_s']:,.0f}x" if naive and ours else "—"
         target_cell = figure.target_text or "—"
         if target is not None and figure.unit == "sim s":
             target_cell = f"≤ {fmt(target, figure.unit)} ({figure.target_text})"

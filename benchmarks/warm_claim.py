@@ -39,8 +39,7 @@ def run(scale: float, *, quick: bool = False) -> dict:
     users = [User.objects.create_user(f"dev{i:03d}") for i in range(counts["users"])]
     fingerprint = parse_public_key(KEY).fingerprint
     SshKey.objects.bulk_create(
-        SshKey(user=user, title="laptop", public_key=KEY, fingerprint=fingerprint)
-        for user in users
+        SshKey(user=user, title="laptop", public_key=KEY, fingerprint=fingerprint) for user in users
     )
     sessions = [harness.session_cookies(user) for user in users]
     rounds = 2 if quick else 6
