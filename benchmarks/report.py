@@ -41,6 +41,8 @@ class Figure:
     full_scale: str
     primary: str
     naive: str | None = None
+    # The naive comparison's table cell when it is not a timing (e.g. counts after a time).
+    naive_cell: Callable[[dict], str] | None = None
     unit: str = "ms"
     target: Callable[[dict], float | None] | None = None
     target_text: str = ""
@@ -198,7 +200,7 @@ def to_markdown(figures: list[Figure], meta: dict) -> str:
             + (
                 f"{fmt(naive['median_s'], figure.unit)} / {fmt(naive['p95_s'], figure.unit)}"
                 if naive
-                else "—"
+                else (figure.naive_cell(step) if figure.naive_cell else "—")
             )
             + f" | {ratio} |"
         )
