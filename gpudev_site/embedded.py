@@ -8,6 +8,7 @@ thread may do), on a thread pool because spawn tasks spend their time waiting on
 
 import logging
 import threading
+from functools import partial
 
 from celery.beat import EmbeddedService
 from django.db import connection
@@ -54,14 +55,18 @@ class Background:
         return watcher
 
     def stop(self) -> None:
-        for watcher in self._watchers:
-            watcher.stop()
+        """Stop everything started; one part failing to stop never keeps the others running."""
+        steps = [watcher.stop for watcher in self._watchers]
         if self._beat is not None:
-            self._beat.stop()
+            steps.append(self._beat.stop)
         if self._workers:
-            spawner.interrupt_waits()
-        for worker in self._workers:
-            worker.stop(in_sighandler=False)
+            steps.append(spawner.interrupt_waits)
+        steps += [partial(worker.stop, in_sighandler=False) for worker in self._workers]
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                logger.exception("stopping %s failed", step)
         for thread in self._threads:
             thread.join(timeout=40)
 

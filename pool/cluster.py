@@ -10,7 +10,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from django.conf import settings
 from kubernetes import client, config
@@ -421,7 +421,9 @@ class OpenStreams:
         with self._lock:
             responses = list(self._responses)
         for response in responses:
-            response.shutdown()
+            # A stream that ended meanwhile was closed or released: nothing left to cut.
+            with suppress(ValueError, RuntimeError, OSError):
+                response.shutdown()
 
 
 def _watch(

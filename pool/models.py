@@ -58,6 +58,21 @@ class GpuType(models.Model):
         return {key: value}
 
 
+class PoolQuerySet(models.QuerySet):
+    def locked(self, pk: int) -> "Pool":
+        """The pool with its row held until commit (call inside a transaction).
+
+        Only the pool's own row, and as NO KEY UPDATE: a reservation inserted meanwhile (which
+        takes KEY SHARE on its pool) does not wait, and the GPU type row, which capacity
+        decisions lock first, is never locked here, so the two can never deadlock.
+        """
+        return (
+            self.select_for_update(no_key=True, of=("self",))
+            .select_related("gpu_type")
+            .get(pk=pk)
+        )
+
+
 class Pool(models.Model):
     """Warm pods of one (GPU type, profile), kept at ``target`` by the reconciler."""
 
@@ -75,6 +90,8 @@ class Pool(models.Model):
         default=0, help_text="Warm spawns failed in a row; drives the backoff."
     )
     spawn_backoff_until = models.DateTimeField(null=True, blank=True)
+
+    objects = PoolQuerySet.as_manager()
 
     class Meta:
         ordering = ["gpu_type__name", "profile"]

@@ -22,7 +22,7 @@ class RecycleRefused(Exception):
 def set_target(pool_id: int, target: int, *, actor: str) -> Pool:
     """Set a pool's warm target; the next reconcile tick spawns or recycles to meet it."""
     with transaction.atomic():
-        pool = Pool.objects.select_for_update().select_related("gpu_type").get(pk=pool_id)
+        pool = Pool.objects.locked(pool_id)
         if pool.target != target:
             audit.record(
                 actor=actor,
@@ -40,7 +40,7 @@ def set_target(pool_id: int, target: int, *, actor: str) -> Pool:
 def set_rotation_paused(pool_id: int, paused: bool, *, actor: str) -> Pool:
     """Pause or resume stale-image rotation of a pool."""
     with transaction.atomic():
-        pool = Pool.objects.select_for_update().select_related("gpu_type").get(pk=pool_id)
+        pool = Pool.objects.locked(pool_id)
         if pool.rotation_paused != paused:
             audit.record(
                 actor=actor,

@@ -125,7 +125,7 @@ def _spawn(action: Action, *, release: ImageRelease | None, now: datetime) -> in
     from pool.tasks import spawn_warm_pod
 
     with transaction.atomic():
-        pool = Pool.objects.select_for_update().select_related("gpu_type").get(pk=action.pool_id)
+        pool = Pool.objects.locked(action.pool_id)
         counted = PodRecord.objects.filter(
             pool=pool,
             kind=PodKind.WARM,

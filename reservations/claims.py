@@ -97,7 +97,8 @@ def reserve(user, request: ReservationRequest, *, now: datetime) -> Reservation:
             return reservation
     # A second transaction that takes the GPU type's lock before writing anything: holding the
     # pool's key-share lock (from the inserts above) while queueing on the type's lock would
-    # deadlock with the reconciler's row lock on the pool.
+    # wait behind other decisions of the type for no reason. The reconciler's pool lock
+    # (``Pool.objects.locked``) never conflicts with either (tests/engine/test_locks.py).
     with transaction.atomic():
         _lock_gpu_type(request.pool.gpu_type_id)
         started_cold = not _earlier_queued_of_type(reservation).exists() and start_cold_if_room(
