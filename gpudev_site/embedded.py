@@ -19,6 +19,8 @@ from pool.watcher import LEASE_SECONDS, LeaderElection, Watcher
 
 logger = logging.getLogger(__name__)
 
+WORKER_START_TIMEOUT = 60
+
 
 class Background:
     """The worker, beat and watcher threads of one process; start what you need, then stop."""
@@ -30,7 +32,13 @@ class Background:
         self._threads: list[threading.Thread] = []
 
     def start_worker(self, *, concurrency: int = 16) -> None:
+        """Start a worker thread and return once it consumes tasks.
+
+        Waiting matters: a ``WorkController`` stopped before it finished starting takes the
+        stop for a no-op and then runs on, consuming the queue with nobody to stop it.
+        """
         spawner.allow_waits()
+        consuming = threading.Event()
         worker = app.WorkController(
             pool_cls="threads",
             concurrency=concurrency,
@@ -38,9 +46,15 @@ class Background:
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,
+            ready_callback=lambda consumer: consuming.set(),
         )
         self._workers.append(worker)
         self._spawn(worker.start, "celery-worker")
+        if not consuming.wait(WORKER_START_TIMEOUT):
+            raise RuntimeError(
+                f"the embedded Celery worker did not start within {WORKER_START_TIMEOUT} s; "
+                "is the broker reachable?"
+            )
 
     def start_beat(self) -> None:
         self._beat = EmbeddedService(app, thread=True)
