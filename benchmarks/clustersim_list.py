@@ -39,7 +39,7 @@ def size(scale: float) -> dict[str, int]:
 def run(scale: float, *, quick: bool = False) -> dict:
     """Time listing every node and every pod at ``scale`` of 1,000 nodes / 10,000 pods."""
     counts = size(scale)
-    repeats = 3 if quick else 7
+    repeats = 3 if quick else 5
     preset = Preset(
         "benchmark", nodes={"h100": counts["nodes"]}, image_size_gb=1, bandwidth_mb_s=1000
     )

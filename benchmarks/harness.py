@@ -89,6 +89,36 @@ def count_queries(call: Callable[[], object]) -> int:
     return len(queries)
 
 
+def query_profile(call: Callable[[], object]) -> dict:
+    """Run ``call()`` once and time each SQL query it runs (wall time, this process's view).
+
+    Returns the request's total seconds, the queries' total, and the queries slowest first
+    (seconds and the statement's first 160 characters), so a report can say where time went.
+    """
+    from django.db import connection
+
+    queries: list[tuple[float, str]] = []
+
+    def timing(execute, sql, params, many, context):
+        began = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            queries.append((time.perf_counter() - began, " ".join(str(sql).split())[:160]))
+
+    started = time.perf_counter()
+    with connection.execute_wrapper(timing):
+        call()
+    total = time.perf_counter() - started
+    queries.sort(reverse=True)
+    return {
+        "total_s": total,
+        "sql_s": sum(seconds for seconds, _ in queries),
+        "queries": len(queries),
+        "slowest": [{"s": seconds, "sql": sql} for seconds, sql in queries[:3]],
+    }
+
+
 def settle_heap() -> None:
     """Collect, then exempt everything alive now (the simulated cluster, the set-up's rows)
     from later collections, as if it lived in another process, as it does in production."""
@@ -144,11 +174,16 @@ class CountingApiClient(client.ApiClient):
     def __init__(self, configuration: client.Configuration) -> None:
         super().__init__(configuration)
         self.calls: Counter[str] = Counter()
+        self.seconds = 0.0  # wall time spent in API requests (sending, waiting, reading)
 
     def call_api(self, method, url, *args, **kwargs):
         path = _NAMED.sub(r"/\1/{name}", urlsplit(url).path)
         self.calls[f"{method} {path}"] += 1
-        return super().call_api(method, url, *args, **kwargs)
+        began = time.perf_counter()
+        try:
+            return super().call_api(method, url, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - began
 
 
 class RegistryCalls:
@@ -294,6 +329,7 @@ def serve_site() -> Iterator[tuple[str, int]]:
             "--lifespan=off",
             "--log-level=warning",
             "--no-access-log",
+            "--timeout-graceful-shutdown=5",
         ],
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings"},
     )
@@ -310,7 +346,11 @@ def serve_site() -> Iterator[tuple[str, int]]:
         yield f"http://127.0.0.1:{port}", server.pid
     finally:
         server.terminate()
-        server.wait(timeout=20)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def process_memory_of(pid: int) -> dict[str, float]:

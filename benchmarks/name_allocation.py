@@ -48,12 +48,17 @@ def run(scale: float, *, quick: bool = False) -> dict:
         "naive": harness.timed(lambda: naive_allocate(now), repeats=naive_repeats),
     }
     queries = harness.count_queries(lambda: allocate(now))
+    profiles = [harness.query_profile(lambda: allocate(now)) for _ in range(5)]
     naive_queries = harness.count_queries(lambda: naive_allocate(now))
     memory = harness.memory_reading()
     result = {
         "size": counts,
         "samples": samples,
-        "counts": {"sql_queries": {"ours": queries, "naive": naive_queries}},
+        "counts": {
+            "sql_queries": {"ours": queries, "naive": naive_queries},
+            # Where one allocation's time goes: the median of five profiled allocations.
+            "profile": sorted(profiles, key=lambda profile: profile["total_s"])[2],
+        },
         "memory": memory,
     }
     if scale >= 1 and not quick:

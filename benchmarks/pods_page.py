@@ -39,7 +39,7 @@ def run(scale: float, *, quick: bool = False) -> dict:
     browser.force_login(operator)
     harness.settle_heap()
     repeats = 10 if quick else 40
-    samples, queries = {}, {}
+    samples, queries, profiles = {}, {}, {}
     for label, url in PAGES.items():
 
         def get(url=url) -> None:
@@ -49,10 +49,12 @@ def run(scale: float, *, quick: bool = False) -> dict:
 
         samples[label] = harness.timed(get, repeats=repeats, warmup=2)
         queries[label] = harness.count_queries(get)
+        found = sorted((harness.query_profile(get) for _ in range(5)), key=lambda p: p["total_s"])
+        profiles[label] = found[2]
     return {
         "size": counts,
         "samples": samples,
-        "counts": {"sql_queries": queries},
+        "counts": {"sql_queries": queries, "profile": profiles},
         "memory": harness.memory_reading(),
     }
 

@@ -44,7 +44,7 @@ def size(scale: float) -> dict[str, int]:
 def run(scale: float, *, quick: bool = False) -> dict:
     """Converge ``runs`` rebuilds with the product, and one with the naive rotation."""
     targets = dict(zip(POOL_TYPES, TARGETS[scale], strict=True))
-    runs = 1 if quick else 3
+    runs = 1 if quick or scale < 1 else 2
     product = [converge_with_product(targets, seed=seed) for seed in range(1, runs + 1)]
     horizon = max(p["converged_after_s"] for p in product)
     naive = rotate_naively(targets, seed=1, checkpoints=(horizon, horizon * NAIVE_HORIZON_FACTOR))
@@ -91,6 +91,9 @@ def converge_with_product(targets: dict[str, int], *, seed: int) -> dict:
             tick_phase = rng.uniform(0, TICK_SECONDS)
             image_phase = rng.uniform(0, IMAGE_TASK_SECONDS)
             elapsed = 0
+            # When the rotation happened: the ticks that recycled pods, and when every GPU node
+            # had the new digest cached (the prepull done).
+            recycling_ticks, seen, prepulled_at = [], set(), None
             while not _converged(pools, new_digest):
                 if elapsed > 3600:
                     raise RuntimeError("no convergence within a sim hour")
@@ -100,6 +103,16 @@ def converge_with_product(targets: dict[str, int], *, seed: int) -> dict:
                     images.refresh_and_prepull(now=sim.now())
                 if (elapsed - tick_phase) % TICK_SECONDS < 1:
                     _tick(sim)
+                    names = set(
+                        AuditEvent.objects.filter(
+                            id__gt=last_event or 0, action="pod_recycle"
+                        ).values_list("pod_name", flat=True)
+                    )
+                    if names - seen:
+                        recycling_ticks.append({"at_s": elapsed, "pods": sorted(names - seen)})
+                        seen |= names
+                if prepulled_at is None and _prepulled(new_digest):
+                    prepulled_at = elapsed
                 _let_spawns_catch_up(sim)
             took = (sim.now() - pushed).total_seconds()
             recycles = list(
@@ -129,7 +142,19 @@ def converge_with_product(targets: dict[str, int], *, seed: int) -> dict:
         .idle_warm()
         .count(),
         "pools": [str(pool) for pool in Pool.objects.filter(pk__in=[p.pk for p in pools])],
+        "pool_slugs": {pool.gpu_type.name: pool.slug for pool in pools},
+        "tick_phase_s": round(tick_phase, 1),
+        "prepulled_on_every_node_at_s": prepulled_at,
+        "recycling_ticks": recycling_ticks,
     }
+
+
+def _prepulled(digest: str) -> bool:
+    """Whether every node of the three GPU types has ``digest`` cached, as the product saw it."""
+    from pool.models import NodeRecord
+
+    nodes = NodeRecord.objects.filter(gpu_type__name__in=POOL_TYPES)
+    return nodes.exists() and not nodes.exclude(cached_digests__contains=[digest]).exists()
 
 
 def _pools(targets: dict[str, int]) -> list:

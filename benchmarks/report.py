@@ -254,7 +254,9 @@ def _memory(figures: list[Figure]) -> list[str]:
         "|---|---|---|---|",
     ]
     for figure in figures:
-        if figure.error or not figure.steps:
+        if figure.error or not figure.steps or "skipped" in figure.steps[-1]:
+            reason = figure.error or (figure.steps[-1].get("skipped") if figure.steps else "")
+            lines.append(f"| {figure.figure} | not measured: {reason or 'no result'} | — | — |")
             continue
         memory = figure.steps[-1].get("memory") or {}
         python = memory.get("python") or {}

@@ -42,7 +42,7 @@ def run(scale: float, *, quick: bool = False) -> dict:
         SshKey(user=user, title="laptop", public_key=KEY, fingerprint=fingerprint) for user in users
     )
     sessions = [harness.session_cookies(user) for user in users]
-    rounds = 2 if quick else 6
+    rounds = 2 if quick else (4 if scale >= 1 else 3)
     warm, queued, every, held = [], [], [], []
     server_memory = {}
     for _ in range(rounds):
@@ -63,6 +63,7 @@ def run(scale: float, *, quick: bool = False) -> dict:
         if sum(status == "active" for status in statuses.values()) != counts["warm_pods"]:
             raise RuntimeError(f"expected {counts['warm_pods']} warm claims: {statuses}")
     alone = _one_at_a_time(pool, sessions[0], counts["warm_pods"], batches=1 if quick else 3)
+    profile = _profile_one_claim(pool, users[0], counts["warm_pods"])
     return {
         "size": counts,
         "samples": {
@@ -71,7 +72,11 @@ def run(scale: float, *, quick: bool = False) -> dict:
             "queued": queued,
             "warm claim, one user at a time": alone,
         },
-        "counts": {"rounds": rounds, "idle_connections_after_burst": max(held)},
+        "counts": {
+            "rounds": rounds,
+            "idle_connections_after_burst": max(held),
+            "one_claim_in_process": profile,
+        },
         "memory": {**harness.memory_reading(), "web_server": server_memory},
     }
 
@@ -89,6 +94,28 @@ def _one_at_a_time(pool, session: dict, warm_pods: int, *, batches: int) -> list
                 ((took, _),) = asyncio.run(_all_at_once(url, [session]))
                 seconds.append(took)
     return seconds
+
+
+def _profile_one_claim(pool, user, warm_pods: int) -> dict:
+    """One warm claim through Django's test client in this process (no server, no network):
+    its SQL queries and how much of its time they take."""
+    from django.test import Client
+
+    from benchmarks import harness
+
+    browser = Client(HTTP_HOST="localhost")
+    browser.force_login(user)
+    form = {"gpu_type": "h100", "gpu_count": "1", "profile": "default", "duration": "120"}
+
+    def post(gpu_type: str = "h100") -> None:
+        response = browser.post("/reserve/", {**form, "gpu_type": gpu_type})
+        if response.status_code != 302:
+            raise RuntimeError(f"POST /reserve/ answered {response.status_code}")
+
+    _prepare_round(pool, warm_pods)
+    post("l4")  # warm-up: load code (queued, no l4 pods)
+    _prepare_round(pool, warm_pods)
+    return harness.query_profile(post)
 
 
 def _connections_held() -> int:
