@@ -11,6 +11,7 @@ import threading
 from functools import partial
 
 from celery.beat import EmbeddedService
+from celery.worker import state as worker_state
 from django.db import connection
 
 from gpudev_site.celery import app
@@ -20,6 +21,7 @@ from pool.watcher import LEASE_SECONDS, LeaderElection, Watcher
 logger = logging.getLogger(__name__)
 
 WORKER_START_TIMEOUT = 60
+STOP_TIMEOUT = 40
 
 
 class Background:
@@ -38,6 +40,7 @@ class Background:
         stop for a no-op and then runs on, consuming the queue with nobody to stop it.
         """
         spawner.allow_waits()
+        worker_state.should_stop = None
         consuming = threading.Event()
         worker = app.WorkController(
             pool_cls="threads",
@@ -69,20 +72,31 @@ class Background:
         return watcher
 
     def stop(self) -> None:
-        """Stop everything started; one part failing to stop never keeps the others running."""
+        """Stop everything started; one part failing to stop never keeps the others running.
+
+        Workers are asked to stop through Celery's own shutdown flag, which each worker's loop
+        checks, so every worker shuts down in its own thread: a ``WorkController`` stopped from
+        another thread closes its broker channel there and waits forever for the reply to a
+        BRPOP its own loop already read. The flag is process-wide: this stops every embedded
+        worker of the process, and is cleared again once they have stopped.
+        """
         steps = [watcher.stop for watcher in self._watchers]
         if self._beat is not None:
             steps.append(self._beat.stop)
         if self._workers:
-            steps.append(spawner.interrupt_waits)
-        steps += [partial(worker.stop, in_sighandler=False) for worker in self._workers]
+            steps += [spawner.interrupt_waits, partial(setattr, worker_state, "should_stop", 0)]
         for step in steps:
             try:
                 step()
             except Exception:
                 logger.exception("stopping %s failed", step)
         for thread in self._threads:
-            thread.join(timeout=40)
+            thread.join(timeout=STOP_TIMEOUT)
+        running = [thread.name for thread in self._threads if thread.is_alive()]
+        if running:
+            logger.error("still running %s s after the stop: %s", STOP_TIMEOUT, running)
+        elif self._workers:
+            worker_state.should_stop = None
 
     def _spawn(self, target, name: str) -> None:
         def run() -> None:

@@ -67,9 +67,7 @@ class PoolQuerySet(models.QuerySet):
         decisions lock first, is never locked here, so the two can never deadlock.
         """
         return (
-            self.select_for_update(no_key=True, of=("self",))
-            .select_related("gpu_type")
-            .get(pk=pk)
+            self.select_for_update(no_key=True, of=("self",)).select_related("gpu_type").get(pk=pk)
         )
 
 

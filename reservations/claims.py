@@ -148,6 +148,8 @@ def claim_warm_pod(reservation: Reservation, *, now: datetime, actor: str) -> Po
 
     for _ in range(CLAIM_ATTEMPTS):
         pod = _claimable(reservation.pool).first()
+        if pod is None and connection.features.has_select_for_update_skip_locked:
+            pod = _claimable(reservation.pool, wait=True).first()
         if pod is None:
             return None
         with transaction.atomic():
@@ -168,8 +170,15 @@ def claim_warm_pod(reservation: Reservation, *, now: datetime, actor: str) -> Po
     return None
 
 
-def _claimable(pool: Pool) -> QuerySet:
-    """Ready idle warm pods of ``pool``, those on the current image first, oldest first."""
+def _claimable(pool: Pool, *, wait: bool = False) -> QuerySet:
+    """Ready idle warm pods of ``pool``, those on the current image first, oldest first.
+
+    Locked rows are skipped, unless ``wait``: when every candidate is locked, the holder is
+    either another claim (which takes the pod; PostgreSQL re-checks the row once it is free,
+    and it no longer matches) or the watcher recording a change to the pod (which lets go in
+    milliseconds). Waiting for the first in line keeps a ready warm pod from turning a
+    reservation into a cold start because the watcher happened to be writing its row.
+    """
     release = images.current_release()
     current = Case(
         When(running_digest=release.digest if release else "", then=Value(0)),
@@ -183,7 +192,7 @@ def _claimable(pool: Pool) -> QuerySet:
         .order_by(current, "ready_at", "pk")
     )
     if connection.features.has_select_for_update_skip_locked:
-        pods = pods.select_for_update(skip_locked=True, of=("self",))
+        pods = pods.select_for_update(skip_locked=not wait, of=("self",))
     return pods
 
 

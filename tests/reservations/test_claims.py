@@ -1,9 +1,11 @@
 """Serving a reservation: warm claim of exactly its pool, else a cold start, else the queue."""
 
+import threading
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from pool.models import AuditEvent, NodeRecord, PodKind, PodRecord, PodState
@@ -87,6 +89,38 @@ def test_warm_claim_prefers_a_pod_on_the_current_image(alice, release):
     warm_pod(pool, "gpudev-h100-default-old000", running_digest="sha256:old", now=now)
     current = warm_pod(pool, "gpudev-h100-default-new000", running_digest=release.digest, now=now)
     assert ask(alice).pod_name == current.name
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_warm_pod_whose_row_the_watcher_is_writing_is_still_claimed(alice, release):
+    """Concurrent claims skip each other's locked pods, but a pod the watcher is recording a
+    change to (just after it became ready, say) is waited for, not turned into a cold start."""
+    pool = pool_of("h100", target=1)
+    pod = warm_pod(pool, "gpudev-h100-default-aaaaaa")
+    locked, release_lock = threading.Event(), threading.Event()
+
+    def watcher_writing() -> None:
+        try:
+            with transaction.atomic():
+                PodRecord.objects.filter(pk=pod.pk).update(progress="", node_name="node-1")
+                locked.set()
+                release_lock.wait(10)
+        finally:
+            connection.close()
+
+    watcher = threading.Thread(target=watcher_writing)
+    watcher.start()
+    assert locked.wait(10)
+    threading.Timer(0.3, release_lock.set).start()
+    try:
+        reservation = ask(alice)
+    finally:
+        release_lock.set()
+        watcher.join()
+
+    assert reservation.warm_claimed
+    assert reservation.pod_name == pod.name
 
 
 @pytest.mark.parametrize(
