@@ -49,6 +49,10 @@ class Background:
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,
+            # Each worker drains its own connection. kombu's event loop is one per process, so
+            # two workers of one process on it would poll the same sockets, and one would block
+            # reading a reply the other already took.
+            use_eventloop=False,
             ready_callback=lambda consumer: consuming.set(),
         )
         self._workers.append(worker)
