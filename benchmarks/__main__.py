@@ -246,7 +246,22 @@ def _tick_notes(steps: list[dict]) -> list[str]:
         notes.append(
             f"- {label.capitalize()} tick: SQL queries {' → '.join(map(str, sql))} and Kubernetes "
             f"calls {' → '.join(map(str, k8s))} from {pods[0]:,} to {pods[-1]:,} pods: "
-            + ("constant in the number of pods." if constant else "**not constant**.")
+            + ("constant in the number of pods." if constant else "**not constant**: ")
+            + (
+                ""
+                if constant
+                else "; ".join(
+                    f"at {step['size']['pods']:,} pods "
+                    + ", ".join(
+                        f"{count} x `{path}`"
+                        for path, count in (
+                            (_counts(step, label) or {}).get("kubernetes_calls_by_path") or {}
+                        ).items()
+                    )
+                    for step in steps
+                )
+                + "."
+            )
         )
     naive = [(step["size"]["pods"], _counts(step, "naive")) for step in steps]
     naive = [(pods, found) for pods, found in naive if found]
@@ -331,7 +346,7 @@ def _claim_notes(steps: list[dict]) -> list[str]:
             f"- At full scale one warm claim alone takes median {ms(alone['median_s'])}; the same "
             f"claim inside a burst of {last['size']['users']} simultaneous POSTs takes median "
             f"{ms(warm['median_s'])} (p95 {ms(warm['p95_s'])}): the difference is waiting for "
-            "the burst's other requests on this machine's cores and on the pool's row lock."
+            "the burst's other requests on this machine's cores."
         )
     if every:
         notes.append(
@@ -495,26 +510,21 @@ def _why_tick(steps: list[dict]) -> list[str]:
             f"server's answers ({counts['kubernetes_calls']} calls), {ms(sql)} to "
             f"{counts['sql_queries']} SQL queries"
             + (f" (slowest {ms(slowest['s'])}: `{slowest['sql'][:90]}…`)" if slowest else "")
-            + f", and {ms(rest)} to Python in this process: reading and parsing the pod list's "
-            "JSON and building and comparing the snapshot of every pod."
+            + f", and {ms(rest)} to Python in this process: the product reading and parsing "
+            "the pod list's body and planning over every pod, and clustersim (which runs in this "
+            "process, sharing its GIL) sending that body."
         )
-        if label == "steady":
-            lines.append(
-                "  The call and query counts are constant, but the work per call is not: the "
-                "one pod list carries every pod, so the tick's time grows linearly with the "
-                "pods. What would fix it: not relisting every tick — the watcher already keeps "
-                "the pod records current, so a steady tick could plan from the database and "
-                "relist only every few ticks (or list with `resourceVersion=0` from the API "
-                "server's cache and only the fields the planner needs); splitting the tick per "
-                "pool would not help, as the list is per namespace."
-            )
-        else:
-            lines.append(
-                f"  The busy tick runs {counts['sql_queries']} queries and "
-                f"{counts['kubernetes_calls']} Kubernetes calls (a prepull row per node and a "
-                "spawn slot and rotation per pool), constant in pods but not small; batching "
-                "the per-node prepull writes into one bulk upsert would cut most of its queries."
-            )
+    if lines:
+        lines.append(
+            "  The calls and queries per tick do not grow with the pods, but the work inside "
+            "them does: the one pod list carries every pod and the planner reads every pod's "
+            "record, so the tick's time grows about linearly with the pods (see the curve), and "
+            "most of it is Python, not SQL or waiting. What would fix it: not relisting and "
+            "re-planning every pod on every tick — plan from the pod records the watcher keeps "
+            "current and relist only every few ticks to repair drift; and where a list is "
+            "needed, parse it with a faster JSON parser (orjson) and only the fields the planner "
+            "uses."
+        )
     return lines
 
 
@@ -530,13 +540,15 @@ def _why_names(steps: list[dict]) -> list[str]:
         f"profiled allocation took {ms(profile['total_s'])}, of which {ms(profile['sql_s'])} in "
         f"its {profile['queries']} SQL queries"
         + (f"; the slowest, {ms(slowest['s'])}, was `{slowest['sql'][:110]}…`" if slowest else "")
-        + ". With every catalogue name live ~50 times over, the random sample of catalogue names "
-        "finds none free, so the allocator counts the live catalogue names, then takes the suffix "
-        "path (a candidate query, then the highest suffix of one base), each a round trip inside "
-        "the transaction. It grows little with the table (see the curve), so the cost is round "
-        "trips and the count, not the table size. What would fix it: remembering (in Redis) "
-        "that the catalogue is exhausted instead of counting it on every allocation, and going "
-        "straight to the suffix path."
+        + f"; the rest, {ms(max(profile['total_s'] - profile['sql_s'], 0))}, is Python and "
+        "the ORM around them. With every catalogue name live ~50 times over, the random sample "
+        "of catalogue names finds none free, so the allocator counts the live catalogue names, "
+        "then takes the suffix path (the candidates, then the highest suffix of one base), each "
+        "a round trip. The time barely changes with the table's size (see the curve): it is "
+        "the number of round trips and the ORM work per query, not the index lookups. What "
+        "would fix it: allocating in one statement (an `INSERT … SELECT` of the first free "
+        "candidate `ON CONFLICT DO NOTHING RETURNING`), and remembering that the catalogue is "
+        "exhausted instead of counting it on every allocation."
         + (
             f" In the usual state (10,000 live of 1,000,000) allocation takes median "
             f"{ms(history['median_s'])}, p95 {ms(history['p95_s'])}."
@@ -577,10 +589,10 @@ def _why_claim(steps: list[dict]) -> list[str]:
             if _counts(last, "idle_connections_after_burst")
             else ""
         )
-        + ". What would fix it: more web processes or cores than simultaneous users, a "
-        "connection pool (psycopg's pool, or PgBouncer) so no request pays for a new "
-        "connection, and answering a reservation POST without rendering (a redirect only) so "
-        "each request holds the CPU for less time.",
+        + ". What would fix it: more web processes and cores (the burst is CPU-bound: its "
+        "median is of the order of the serialised CPU time above), a connection pool "
+        "(PgBouncer, or Django 5.1+'s psycopg pool) so no request opens a new connection, and "
+        "fewer queries per POST.",
     ]
     return lines
 
@@ -593,8 +605,15 @@ def _why_pods_page(steps: list[dict]) -> list[str]:
         return []
     first = _stat(steps[0], "first page")
     slowest = profile["slowest"][0] if profile["slowest"] else None
+    tail = (
+        f"The median ({ms(found['median_s'])}) is within the target; the p95 "
+        f"({ms(found['p95_s'])}, n={found['n']}) is set by the slowest requests, which on this "
+        "shared 2-core machine include waiting for the CPU (see the load average below). "
+        if found["median_s"] <= TARGETS["pods_page"]
+        else ""
+    )
     return [
-        f"- **Why the pods page misses 150 ms**: one profiled request took "
+        f"- **Why the pods page misses 150 ms**: {tail}One profiled request took "
         f"{ms(profile['total_s'])}, of which {ms(profile['sql_s'])} in its {profile['queries']} "
         "SQL queries"
         + (f" (slowest {ms(slowest['s'])}: `{slowest['sql'][:100]}…`)" if slowest else "")
@@ -605,9 +624,9 @@ def _why_pods_page(steps: list[dict]) -> list[str]:
             if first and first is not found
             else ""
         )
-        + ". What would fix it: rendering fewer rows per page or caching the rendered row "
-        "fragments (they change only when the watcher broadcasts the pod), and the query "
-        "named above if it grows with the pods.",
+        + ". What would fix it: less Python per request — fewer rows per page, or caching "
+        "each pod's rendered row until the watcher reports a change to it — and, for the "
+        "tail, a machine not shared with other work.",
     ]
 
 
@@ -637,10 +656,17 @@ def _why_dom(steps: list[dict]) -> list[str]:
             "would fix it: rendering a change once per group and sending the same HTML to every "
             "consumer, and more web processes."
         )
-    if renders:
+    first_renders = _stat(steps[0], "poll render time")
+    if renders and first_renders and last is not steps[0]:
+        pages = last["size"]["dashboards"]
+        demand = pages / 5 * first_renders["median_s"]
         lines.append(
-            f"- Each poll of the page took median {ms(renders['median_s'])} (p95 "
-            f"{ms(renders['p95_s'])}) with {last['size']['dashboards']} pages polling every 5 s."
+            f"- Polling does not scale either: {pages} pages polling every 5 s ask for "
+            f"{pages / 5:.0f} pages a second; one poll took median "
+            f"{ms(first_renders['median_s'])} with one page open, so they need about "
+            f"{demand:.1f} s of server time per second on {os.cpu_count()} cores. The server "
+            f"fell behind: each poll took median {ms(renders['median_s'])} (p95 "
+            f"{ms(renders['p95_s'])}) with {pages} pages polling."
         )
     return lines
 
@@ -652,30 +678,37 @@ def _why_rebuild(steps: list[dict]) -> list[str]:
     runs = _counts(last, "ours") or []
     if not found or bound is None or found["p95_s"] <= bound or not runs:
         return []
-    lines = []
+    pull = _counts(last, "pull_s") or 0
+    lines, long_gaps = [], 0
     for run in runs:
         ticks = run.get("recycling_ticks") or []
         slug = (run.get("pool_slugs") or {}).get("h100", "")
         largest = [t["at_s"] for t in ticks if any(slug and slug in p for p in t["pods"])]
         gaps = [b - a for a, b in itertools.pairwise(largest)]
+        long_gaps += sum(gap > TICK_SECONDS for gap in gaps)
         lines.append(
-            f"  - run {run['seed']}: converged after {run['converged_after_s']:,.0f} s; new digest "
-            f"cached on every node at {run.get('prepulled_on_every_node_at_s')} s; h100 pods "
-            f"recycled at {', '.join(f'{t} s' for t in largest) or '—'}"
-            + (f" (every {sorted(gaps)[len(gaps) // 2]} s, median)" if gaps else "")
+            f"  - run {run['seed']}: converged after {run['converged_after_s']:,.0f} s; h100 pods "
+            f"recycled at {', '.join(f'{t} s' for t in largest) or '—'} after the push"
+            + (f" (gaps {', '.join(f'{g} s' for g in gaps)})" if gaps else "")
         )
-    return [
-        f"- **Why convergence exceeds the bound ({bound} s = {_counts(last, 'pull_s')} s pull + "
-        f"{TICK_SECONDS} s x the largest pool's pods)**: the rotation of the largest pool (h100):",
+    lines = [
+        f"- **Why convergence exceeds the bound ({bound} s = {pull} s pull + {TICK_SECONDS} s x "
+        "the largest pool's pods)**: the largest pool (h100) recycles one pod per tick only when "
+        "no replacement is in flight:",
         *lines,
-        f"  The planner rotates a pool's next stale pod only when none of its pods is in flight "
-        f"(`pool/planner.py`, `_plan_rotation`), so each replacement must be ready before the "
-        f"next tick may recycle again: when a replacement takes longer than the time left to "
-        f"the next tick, recycles in a pool come every two ticks ({2 * TICK_SECONDS} s), not "
-        f"every tick. What would fix it: let the rotation run one replacement ahead (surge one "
-        f"pod per pool while the stale one still serves), or state the bound as one pull plus "
-        f"one tick plus one pod start per pod.",
     ]
+    if long_gaps:
+        lines.append(
+            f"  The gaps longer than a tick ({long_gaps} over the runs) are about the {pull} s "
+            "pull rounded up to the next tick: those replacements pulled the new image "
+            "themselves, one after another, because the rotation started (a few seconds after "
+            "the push) before the prepull had put the new digest on the nodes. Once it had, "
+            f"the pool recycled every tick ({TICK_SECONDS} s). What would fix it: start "
+            "rotating a pool only when the new digest is cached on its nodes (or place "
+            "replacements only on nodes that have it), so the pull is paid once, by the "
+            "prepull, in parallel on every node."
+        )
+    return lines
 
 
 TICK_SECONDS = 20
@@ -823,10 +856,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--child", nargs=3, metavar=("NAME", "SCALE", "OUT"), help=argparse.SUPPRESS
     )
+    # Write the report again from a run's raw results (printed at the end of every run).
+    parser.add_argument("--from-results", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         name, scale, out = args.child
         return run_child(name, float(scale), args.quick, Path(out))
+    if args.from_results:
+        return write_report(json.loads(Path(args.from_results).read_text()))
 
     from benchmarks import settings
 
@@ -834,17 +871,14 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = os.getloadavg()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     names = args.only or list(PLANS)
-    table = figures()
     print(f"==> creating and migrating the benchmark database ({settings.BENCH_DATABASE_URL})")
     create_database(settings.BENCH_DATABASE_URL)
-    done: list[Figure] = [table[name] for name in names]
-    # Every figure's full scale first, then the smaller steps of the cost curves: if time runs
-    # short, a curve loses a step rather than a figure its headline.
+    # Every figure's full scale first, then each one's smallest step, then the steps between:
+    # if time runs short, a curve loses a middle step rather than a figure its headline.
     order = [(name, max(PLANS[name].scales)) for name in names]
-    for name in names:
-        scales = PLANS[name].scales
-        smaller = (min(scales),) if args.quick else scales
-        order += [(name, scale) for scale in smaller if scale != max(scales)]
+    order += [(name, min(PLANS[name].scales)) for name in names]
+    if not args.quick:
+        order += [(name, scale) for name in names for scale in sorted(PLANS[name].scales)[1:-1]]
     results: dict[tuple[str, float], dict] = {}
     try:
         for name, scale in order:
@@ -865,21 +899,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"    done in {result['wall_s']:.0f} s", flush=True)
             results[name, scale] = result
-        for name in names:
-            figure = table[name]
-            steps = [results[key] for key in sorted(k for k in results if k[0] == name)]
-            failed = [step for step in steps if "error" in step]
-            figure.steps = [
-                {**step, "skipped": step["error"]} if "error" in step else step for step in steps
-            ]
-            if steps and len(failed) == len(steps):
-                figure.error = failed[-1]["error"]
     finally:
         if not args.keep:
             drop_database(settings.BENCH_DATABASE_URL)
         deleted = delete_redis_keys(settings.BENCH_REDIS_URL, settings.BENCH_KEY_PREFIX)
         print(f"==> dropped the benchmark database, deleted {deleted} Redis keys")
     command = "bin/bench" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    run = {
+        "names": names,
+        "results": [[name, scale, result] for (name, scale), result in results.items()],
+    }
     meta = {
         "date": date,
         "command": command,
@@ -892,10 +921,46 @@ def main(argv: list[str] | None = None) -> int:
     # The machine is shared (other test runs may be running): say how busy it was.
     meta["machine"]["load average (1, 5, 15 min) at start"] = _load(load_at_start)
     meta["machine"]["load average (1, 5, 15 min) at end"] = _load(os.getloadavg())
+    run["meta"] = meta
+    raw = Path(tempfile.gettempdir()) / "gpudev-bench-results.json"
+    raw.write_text(json.dumps(run, default=str))
+    print(f"==> raw results in {raw}")
+    return write_report(run)
+
+
+def write_report(run: dict) -> int:
+    """Turn a run's results into figures and write report.md and report.json."""
+    table = figures()
+    results = {(name, scale): result for name, scale, result in run["results"]}
+    done = []
+    for name in run["names"]:
+        figure = table[name]
+        steps = [results[key] for key in sorted(k for k in results if k[0] == name)]
+        failed = [step for step in steps if "error" in step]
+        figure.steps = [
+            {**step, "skipped": step["error"]} if "error" in step else step for step in steps
+        ]
+        if steps and len(failed) == len(steps):
+            figure.error = failed[-1]["error"]
+        figure.notes = _safe(figure.notes)
+        done.append(figure)
+    meta = run["meta"]
     markdown, data = report.write(done, meta, HERE)
     print(f"==> wrote {markdown.relative_to(ROOT)} and {data.relative_to(ROOT)}")
     print(f"    in {meta['wall_s'] / 60:.1f} minutes")
     return 0
+
+
+def _safe(notes):
+    """A figure's notes, or the reason they could not be written (the numbers still are)."""
+
+    def written(steps: list[dict]) -> list[str]:
+        try:
+            return notes(steps)
+        except Exception as error:  # a broken note must not lose the run's numbers
+            return [f"- (notes not written: {type(error).__name__}: {error})"]
+
+    return written
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 middleware, session, the view's queries and the template, without the network. The pods are
 spread over ten pools; one in five is claimed by a reservation with its own name lease, and
 one in three runs an old digest (so the stale badge and filter have work). Two pages are
-timed: the first page unfiltered, and page 20 of ready stale pods (a filter that has to skip
+timed: the first page unfiltered, and page 10 of ready stale pods (a filter that has to skip
 rows).
 """
 
