@@ -507,7 +507,7 @@ def _why_tick(steps: list[dict]) -> list[str]:
         lines.append(
             f"- **Why the {label} tick misses 300 ms at {last['size']['pods']:,} pods**: in one "
             f"profiled {label} tick of {ms(total)}, {ms(k8s)} went to waiting for the API "
-            f"server's answers ({counts['kubernetes_calls']} calls), {ms(sql)} to "
+            f"server's answers ({counts['kubernetes_calls']} call(s)), {ms(sql)} to "
             f"{counts['sql_queries']} SQL queries"
             + (f" (slowest {ms(slowest['s'])}: `{slowest['sql'][:90]}…`)" if slowest else "")
             + f", and {ms(rest)} to Python in this process: the product reading and parsing "
@@ -647,14 +647,15 @@ def _why_dom(steps: list[dict]) -> list[str]:
     renders = _stat(last, "poll render time")
     if push and push["p95_s"] > TARGETS["dom_update"]:
         lines.append(
-            f"- **Why push misses 250 ms with {last['size']['dashboards']} dashboards**: each "
-            "change is rendered and sent by every page's consumer in the one web process, "
-            f"after the {0.15 * 1000:.0f} ms collection window; the p95 grows from "
+            f"- **Why push misses 250 ms with {last['size']['dashboards']} dashboards**: the p95 "
+            "grows from "
             + " → ".join(ms(_stat(step, "push")["p95_s"]) for step in steps if _stat(step, "push"))
-            + " with the number of pages, so the time goes to rendering the same row once per "
-            "page on this machine's cores (and to Chromium's pages on the same cores). What "
-            "would fix it: rendering a change once per group and sending the same HTML to every "
-            "consumer, and more web processes."
+            + " with the number of open pages, while the work per change does not: after the "
+            "150 ms collection window, every page's consumer renders and sends the change in "
+            "the one web process, and every page applies it in Chromium, all on this machine's "
+            f"{os.cpu_count()} cores. What would fix it: rendering a change once per group and "
+            "sending the same HTML to every consumer, more web processes, and (for the "
+            "measurement) browsers on other machines than the server."
         )
     first_renders = _stat(steps[0], "poll render time")
     if renders and first_renders and last is not steps[0]:
@@ -727,10 +728,10 @@ def _why_list(steps: list[dict]) -> list[str]:
         f"process) and the transfer of the {size_bytes / 1e6:.1f} MB body take median "
         f"{ms(server['median_s'])}; the rest, about "
         f"{ms(max(found['median_s'] - server['median_s'], 0))}, is `json.loads` of the body. "
-        "Both grow linearly with the pods (see the curve). What would fix it: listing only what "
-        "is needed — a label selector (the product lists only its own pods), paging with "
-        "`limit`/`continue` so parsing overlaps the transfer, and a faster JSON parser "
-        "(orjson) for the body.",
+        "Both grow about linearly with the pods (see the curve). What would fix it: on the "
+        "server side, a faster serialiser or a cached serialised list in clustersim (a real "
+        "API server serves lists from its watch cache, outside the client's process); on the "
+        "client side, a faster JSON parser (orjson) and paging with `limit`/`continue`.",
     ]
 
 
