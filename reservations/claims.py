@@ -46,6 +46,9 @@ from reservations.naming import allocate_name
 logger = logging.getLogger(__name__)
 
 CLAIM_ATTEMPTS = 3
+# When every idle warm pod's row is locked, look again this often, for up to half a second.
+CLAIM_LOCK_PAUSE = 0.025
+CLAIM_LOCK_RETRIES = 20
 
 
 class ActionRefused(ValueError):
@@ -147,9 +150,7 @@ def claim_warm_pod(reservation: Reservation, *, now: datetime, actor: str) -> Po
     from reservations.tasks import stamp_claim
 
     for _ in range(CLAIM_ATTEMPTS):
-        pod = _claimable(reservation.pool).first()
-        if pod is None and connection.features.has_select_for_update_skip_locked:
-            pod = _claimable(reservation.pool, wait=True).first()
+        pod = _first_claimable(reservation.pool)
         if pod is None:
             return None
         with transaction.atomic():
@@ -170,15 +171,28 @@ def claim_warm_pod(reservation: Reservation, *, now: datetime, actor: str) -> Po
     return None
 
 
-def _claimable(pool: Pool, *, wait: bool = False) -> QuerySet:
-    """Ready idle warm pods of ``pool``, those on the current image first, oldest first.
+def _first_claimable(pool: Pool) -> PodRecord | None:
+    """The first claimable pod of ``pool``, its row locked; None when none is free.
 
-    Locked rows are skipped, unless ``wait``: when every candidate is locked, the holder is
-    either another claim (which takes the pod; PostgreSQL re-checks the row once it is free,
-    and it no longer matches) or the watcher recording a change to the pod (which lets go in
-    milliseconds). Waiting for the first in line keeps a ready warm pod from turning a
-    reservation into a cold start because the watcher happened to be writing its row.
+    Rows locked by others are skipped. When every idle warm pod is locked, the holders are
+    other claims (which take their pods: once they commit, none is idle and the answer is
+    None) or the watcher recording a change to a pod that just became ready (which lets go in
+    milliseconds): look again a few times rather than turn a ready warm pod into a cold start.
+    Waiting on the locks instead would queue concurrent claims on one another's rows and can
+    deadlock them.
     """
+    for _ in range(CLAIM_LOCK_RETRIES):
+        pod = _claimable(pool).first()
+        if pod is not None or not connection.features.has_select_for_update_skip_locked:
+            return pod
+        if not PodRecord.objects.idle_warm().filter(pool=pool).exists():
+            return None
+        time.sleep(CLAIM_LOCK_PAUSE)
+    return None
+
+
+def _claimable(pool: Pool) -> QuerySet:
+    """Ready idle warm pods of ``pool``, those on the current image first, oldest first."""
     release = images.current_release()
     current = Case(
         When(running_digest=release.digest if release else "", then=Value(0)),
@@ -192,7 +206,7 @@ def _claimable(pool: Pool, *, wait: bool = False) -> QuerySet:
         .order_by(current, "ready_at", "pk")
     )
     if connection.features.has_select_for_update_skip_locked:
-        pods = pods.select_for_update(skip_locked=not wait, of=("self",))
+        pods = pods.select_for_update(skip_locked=True, of=("self",))
     return pods
 
 
