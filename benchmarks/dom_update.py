@@ -29,7 +29,7 @@ SCALES = (0.01, 0.1, 1.0)
 POLL_SECONDS = 5.0
 # How long after a change every page has to show it before it counts as not shown.
 LIVE_WAIT_SECONDS = 30.0
-POLL_WAIT_SECONDS = 3 * POLL_SECONDS + 15
+POLL_WAIT_SECONDS = 2 * POLL_SECONDS + 10
 READY_PODS = 70
 PENDING_PODS = 30
 CHROMIUM = "/usr/bin/chromium"

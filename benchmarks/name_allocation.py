@@ -41,8 +41,8 @@ def run(scale: float, *, quick: bool = False) -> dict:
     )
     harness.analyse()
     harness.settle_heap()
-    repeats = 50 if quick else 200
-    naive_repeats = 3 if quick else (5 if scale >= 1 else 10)
+    repeats = 50 if quick else 100
+    naive_repeats = 3 if quick else (3 if scale >= 1 else 10)
     samples = {
         "ours": harness.timed(lambda: allocate(now), repeats=repeats, warmup=5),
         "naive": harness.timed(lambda: naive_allocate(now), repeats=naive_repeats),
@@ -67,7 +67,7 @@ def run(scale: float, *, quick: bool = False) -> dict:
             lambda: allocate(now), repeats=repeats, warmup=5
         )
         result["samples"]["naive, 10,000 live + 990,000 released"] = harness.timed(
-            lambda: naive_allocate(now), repeats=20
+            lambda: naive_allocate(now), repeats=5
         )
     return result
 

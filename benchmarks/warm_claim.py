@@ -42,7 +42,7 @@ def run(scale: float, *, quick: bool = False) -> dict:
         SshKey(user=user, title="laptop", public_key=KEY, fingerprint=fingerprint) for user in users
     )
     sessions = [harness.session_cookies(user) for user in users]
-    rounds = 2 if quick else (4 if scale >= 1 else 3)
+    rounds = 2 if quick else 3
     warm, queued, every, held = [], [], [], []
     server_memory = {}
     for _ in range(rounds):
