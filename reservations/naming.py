@@ -146,11 +146,13 @@ def _lease_with_suffix(base: str, *, now: datetime, **lease) -> DomainMapping:
 def _try_lease(
     name: str, *, base: str, suffix: int, now: datetime, **lease
 ) -> DomainMapping | None:
-    """Insert a lease on ``name`` unless a live lease holds it; release an expired holder first."""
-    with transaction.atomic():
-        DomainMapping.objects.filter(
-            name=name, released_at__isnull=True, expires_at__lte=now
-        ).update(released_at=now)
+    """Insert a lease on ``name`` unless a live lease holds it; return None if one does.
+
+    The insert comes first, as it nearly always succeeds; only when the unique index refuses
+    it is a holder that has expired but was never released looked for, released, and the
+    insert tried once more.
+    """
+    for attempt in range(2):
         try:
             with transaction.atomic():
                 return DomainMapping.objects.create(
@@ -162,7 +164,12 @@ def _try_lease(
                     **lease,
                 )
         except IntegrityError:
-            return None
+            expired = DomainMapping.objects.filter(
+                name=name, released_at__isnull=True, expires_at__lte=now
+            )
+            if attempt or not expired.update(released_at=now):
+                return None
+    return None
 
 
 def lease_warm_placeholder(pool, pod_name: str, *, now: datetime) -> DomainMapping:

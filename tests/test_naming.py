@@ -132,7 +132,7 @@ def test_allocation_queries_do_not_grow_with_100k_leases():
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_fifty_concurrent_allocations_get_fifty_distinct_names():
     now = timezone.now()
     names, errors = [], []
@@ -158,7 +158,7 @@ def test_fifty_concurrent_allocations_get_fifty_distinct_names():
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_requests_for_one_name_get_one_each():
     now = timezone.now()
     names = []
