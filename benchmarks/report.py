@@ -229,7 +229,12 @@ def _section(figure: Figure) -> list[str]:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for step in steps:
+    for step in sorted(figure.steps, key=lambda step: step.get("scale", 1)):
+        if "skipped" in step:
+            row = [f"scale {step.get('scale', '?')}", f"not measured: {step['skipped']}"]
+            row += ["—"] * (len(header) - 2)
+            lines.append("| " + " | ".join(row) + " |")
+            continue
         columns = figure.columns(step)
         row = [figure.describe(step)]
         row += [cell(step, key, figure.unit) for key in keys]
