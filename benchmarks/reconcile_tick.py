@@ -5,8 +5,11 @@ target, 20 % claimed by reservations, every pod running the current release; 100
 (one live per pod, the rest released history). The pods are copies of one pod per pool that
 clustersim really ran, so the tick lists what a real list returns.
 
-* **steady**: ``reconcile(now=…)`` on the settled state, where nothing is to be done. This is
-  what every tick costs, every ``RECONCILE_INTERVAL``.
+* **steady**: ``reconcile(now=…)`` on the settled state, where nothing is to be done: what a
+  tick costs every ``RECONCILE_INTERVAL`` (20 s), planning from the database the watcher keeps.
+* **steady, re-listing the pods**: the same tick when it also re-lists every pod from the API
+  (the backstop for missed watch events and the stranded-pod sweep), once every
+  ``RECONCILE_RESYNC_INTERVAL`` (300 s).
 * **busy**: a rebuild was just pushed, so the tick records the new release (and seeds a prepull
   row per node), rotates one stale pod per pool and writes one spawn slot per pool. The state is
   put back after each busy tick, so every sample does the same work.
@@ -92,19 +95,24 @@ def run(scale: float, *, quick: bool = False) -> dict:
                 "slowest_queries": profile["slowest"],
             }
 
-        def steady() -> None:
-            summary = reconciler.reconcile(now=timezone.now())
+        def steady(*, resync: bool = False) -> None:
+            summary = reconciler.reconcile(now=timezone.now(), resync=resync)
             assert summary == "nothing to do", summary
+
+        def relisting() -> None:
+            steady(resync=True)
 
         steady_counts = measured(steady)
         steady_s = harness.timed(steady, repeats=repeats)
+        relist_counts = measured(relisting)
+        relist_s = harness.timed(relisting, repeats=max(repeats // 2, 3))
 
         busy_s, busy_counts = [], None
         for _ in range(max(repeats // 3, 3)):
             sim.push_image()
             started = timezone.now()
             began = time.perf_counter()
-            found = measured(lambda at=started: reconciler.reconcile(now=at))
+            found = measured(lambda at=started: reconciler.reconcile(now=at, resync=False))
             busy_s.append(time.perf_counter() - began)
             busy_counts = busy_counts or found
             _undo_busy_tick(sim, state)
@@ -122,8 +130,18 @@ def run(scale: float, *, quick: bool = False) -> dict:
         memory = harness.memory_reading()
     return {
         "size": counts,
-        "samples": {"steady": steady_s, "busy": busy_s, "naive": naive_s},
-        "counts": {"steady": steady_counts, "busy": busy_counts, "naive": naive_counts},
+        "samples": {
+            "steady": steady_s,
+            "steady, re-listing the pods": relist_s,
+            "busy": busy_s,
+            "naive": naive_s,
+        },
+        "counts": {
+            "steady": steady_counts,
+            "steady, re-listing the pods": relist_counts,
+            "busy": busy_counts,
+            "naive": naive_counts,
+        },
         "memory": memory,
     }
 

@@ -241,6 +241,9 @@ STRANDED_POD_GRACE = env_float("STRANDED_POD_GRACE", 120.0, minimum=0)
 SPAWN_BACKOFF_BASE = env_float("SPAWN_BACKOFF_BASE", 30.0, minimum=1)
 SPAWN_BACKOFF_MAX = env_float("SPAWN_BACKOFF_MAX", 600.0, minimum=1)
 RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 20.0, minimum=1)
+# A tick re-lists our pods (the backstop for watch events the watcher missed, and the stranded
+# pod sweep) at most this often; the ticks in between plan from the database alone.
+RECONCILE_RESYNC_INTERVAL = env_float("RECONCILE_RESYNC_INTERVAL", 300.0, minimum=0)
 RECONCILE_TASK_TIME_LIMIT = env_float("RECONCILE_TASK_TIME_LIMIT", 15.0, minimum=1)
 IMAGE_REFRESH_INTERVAL = env_float("IMAGE_REFRESH_INTERVAL", 60.0, minimum=1)
 EXPIRY_INTERVAL = env_float("EXPIRY_INTERVAL", 30.0, minimum=1)

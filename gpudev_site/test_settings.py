@@ -56,6 +56,9 @@ os.environ.setdefault("GPUDEV_DATA_DIR", tempfile.mkdtemp(prefix="gpudev-test-")
 from gpudev_site.settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Every tick re-lists the pods, so a test's ticks see the cluster without a watcher running;
+# tests of the interval itself set it.
+RECONCILE_RESYNC_INTERVAL = 0
 # Threads of the live server, consumers and the worker close their connections after each use,
 # so none outlives a test and blocks the database reset.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

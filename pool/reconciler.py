@@ -1,6 +1,7 @@
 """One reconcile tick: snapshot the pools, let the planner decide, apply its actions.
 
-The tick does only quick work: a registry read, one list of our pods, a few queries, deletes.
+The tick does only quick work: a registry read, a few queries, deletes, and every
+RECONCILE_RESYNC_INTERVAL one list of our pods.
 Spawns are written as slots (under the pool's row lock, re-counting the deficit, so two ticks or
 two beats never spawn twice for one slot) and handed to their own Celery task after commit.
 """
@@ -11,6 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,17 +25,33 @@ from pool.planner import Action, ClusterPod, PodView, PoolView, Snapshot, Verb, 
 logger = logging.getLogger(__name__)
 
 
-def reconcile(*, now: datetime | None = None) -> str:
-    """Run one tick over every pool; return a one-line summary."""
+RESYNC_KEY = "reconcile:last-resync"
+
+
+def reconcile(*, now: datetime | None = None, resync: bool | None = None) -> str:
+    """Run one tick over every pool; return a one-line summary.
+
+    The tick re-lists our pods from the API when ``resync`` says so, or, by default, when the
+    last re-list is ``RECONCILE_RESYNC_INTERVAL`` old: the watcher keeps the records in step,
+    so most ticks cost a few queries however many pods there are.
+    """
     now = now or timezone.now()
     with metrics.TICK_DURATION.time():
         release, registry_answered = images.refresh_release(now=now)
-        cluster_pods = _sync_from_cluster(now)
+        cluster_pods = _sync_from_cluster(now) if _resync_due(now, resync) else None
         snapshot = build_snapshot(release, registry_answered, cluster_pods)
         actions = plan(snapshot, now)
         done = execute(actions, release=release, now=now)
     metrics.LAST_TICK.set_to_current_time()
     return ", ".join(f"{count} {verb}" for verb, count in sorted(done.items())) or "nothing to do"
+
+
+def _resync_due(now: datetime, asked: bool | None) -> bool:
+    """Whether this tick re-lists our pods: as asked, else when the last re-list is old."""
+    if asked is not None:
+        return asked
+    last = cache.get(RESYNC_KEY)
+    return last is None or now.timestamp() - last >= settings.RECONCILE_RESYNC_INTERVAL
 
 
 def _sync_from_cluster(now: datetime) -> tuple[ClusterPod, ...] | None:
@@ -44,6 +62,7 @@ def _sync_from_cluster(now: datetime) -> tuple[ClusterPod, ...] | None:
     except cluster.ClusterUnavailable as exc:
         logger.warning("reconcile: cannot list pods, skipping the stranded sweep: %s", exc)
         return None
+    cache.set(RESYNC_KEY, now.timestamp(), timeout=None)
     changed = mirror.observe_pod_list(items, now=now, listed_at=listed_at)
     if changed:
         broadcast.pods_changed(changed)

@@ -34,6 +34,30 @@ def test_a_pod_labelled_ours_without_a_record_is_deleted_after_the_grace_period(
     engine.sim.advance_until(lambda: cluster.read_pod("left-behind") is None, max_seconds=60)
 
 
+def test_ticks_between_resyncs_read_only_the_database(engine, settings):
+    """A stranded pod is found by the tick that re-lists the pods, not by the cheap ticks
+    in between, which plan from the records the watcher keeps."""
+    settings.STRANDED_POD_GRACE = 0
+    settings.RECONCILE_RESYNC_INTERVAL = 300
+    start = timezone.now()
+    reconciler.reconcile(now=start, resync=True)
+    core = client.CoreV1Api(cluster.api_client())
+    core.create_namespaced_pod(
+        "gpudev",
+        {
+            "metadata": {"name": "left-behind", "labels": {cluster.MANAGED_BY: "gpudev"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        },
+    )
+
+    reconciler.reconcile(now=start + timedelta(seconds=60))
+    reconciler.reconcile(now=start + timedelta(seconds=240))
+    assert not AuditEvent.objects.filter(action="pod_delete_stranded").exists()
+
+    reconciler.reconcile(now=start + timedelta(seconds=301))
+    assert AuditEvent.objects.get(action="pod_delete_stranded").pod_name == "left-behind"
+
+
 def test_a_spawn_that_cannot_pull_fails_and_its_pool_backs_off(engine, settings):
     settings.POD_READY_TIMEOUT = 1
     settings.WARM_SPAWN_TIMEOUT = 2
