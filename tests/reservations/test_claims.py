@@ -1,6 +1,7 @@
 """Serving a reservation: warm claim of exactly its pool, else a cold start, else the queue."""
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -99,25 +100,38 @@ def test_a_warm_pod_whose_row_the_watcher_is_writing_is_still_claimed(alice, rel
     start."""
     pool = pool_of("h100", target=1)
     pod = warm_pod(pool, "gpudev-h100-default-aaaaaa")
-    locked, release_lock = threading.Event(), threading.Event()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (claimer,) = cursor.fetchone()
+    locked, stop = threading.Event(), threading.Event()
 
     def watcher_writing() -> None:
+        """Hold the pod's row until the claim has looked at the pool's pods (and skipped
+        this one)."""
         try:
             with transaction.atomic():
                 PodRecord.objects.filter(pk=pod.pk).update(progress="", node_name="node-1")
                 locked.set()
-                release_lock.wait(10)
+                with connection.cursor() as cursor:
+                    while not stop.is_set():
+                        # A transaction sees one snapshot of the statistics unless cleared.
+                        cursor.execute("SELECT pg_stat_clear_snapshot()")
+                        cursor.execute(
+                            "SELECT query FROM pg_stat_activity WHERE pid = %s", [claimer]
+                        )
+                        if '"pool_podrecord"' in cursor.fetchone()[0]:
+                            return
+                        time.sleep(0.002)
         finally:
             connection.close()
 
     watcher = threading.Thread(target=watcher_writing)
     watcher.start()
     assert locked.wait(10)
-    threading.Timer(0.15, release_lock.set).start()
     try:
         reservation = ask(alice)
     finally:
-        release_lock.set()
+        stop.set()
         watcher.join()
 
     assert reservation.warm_claimed
