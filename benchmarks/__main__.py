@@ -529,9 +529,16 @@ def _why_tick(steps: list[dict]) -> list[str]:
             f"server's answers ({counts['kubernetes_calls']} call(s)), {ms(sql)} to "
             f"{counts['sql_queries']} SQL queries"
             + (f" (slowest {ms(slowest['s'])}: `{slowest['sql'][:90]}…`)" if slowest else "")
-            + f", and {ms(rest)} to Python in this process: the product reading and parsing "
-            "the pod list's body and planning over every pod, and clustersim (which runs in this "
-            "process, sharing its GIL) sending that body."
+            + f", and {ms(rest)} to Python in this process: "
+            + (
+                "the product reading and parsing the pod list's body and comparing every pod "
+                "with its record, and clustersim (which runs in this process, sharing its GIL) "
+                "sending that body."
+                if "re-listing" in label
+                else "the product recording the new release with a prepull row per node, "
+                "rotating one pod and writing one spawn slot per pool (each a transaction of "
+                "its own, with its audit event), and clustersim (in this process) answering."
+            )
         )
     if lines:
         lines.append(
