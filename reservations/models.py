@@ -222,6 +222,10 @@ class DomainMappingQuerySet(models.QuerySet):
         """Leases that hold their name: unreleased and unexpired."""
         return self.filter(released_at__isnull=True, expires_at__gt=now)
 
+    def lapsed(self, now: datetime) -> "DomainMappingQuerySet":
+        """Leases past their expiry that nobody has released yet: their names are free."""
+        return self.filter(released_at__isnull=True, expires_at__lte=now)
+
 
 class DomainMapping(models.Model):
     """A lease on an SSH name (``<name>.<SSH_DOMAIN>``), held by a warm pod or a reservation.

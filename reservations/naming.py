@@ -164,10 +164,8 @@ def _try_lease(
                     **lease,
                 )
         except IntegrityError:
-            expired = DomainMapping.objects.filter(
-                name=name, released_at__isnull=True, expires_at__lte=now
-            )
-            if attempt or not expired.update(released_at=now):
+            lapsed = DomainMapping.objects.lapsed(now).filter(name=name)
+            if attempt or not lapsed.update(released_at=now):
                 return None
     return None
 
@@ -184,6 +182,4 @@ def lease_warm_placeholder(pool, pod_name: str, *, now: datetime) -> DomainMappi
 
 def purge_expired_leases(*, now: datetime) -> int:
     """Release every lease that has expired; return how many."""
-    return DomainMapping.objects.filter(released_at__isnull=True, expires_at__lte=now).update(
-        released_at=now
-    )
+    return DomainMapping.objects.lapsed(now).update(released_at=now)
